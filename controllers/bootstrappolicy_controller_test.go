@@ -3,8 +3,16 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tlsbootstrap/tls-bootstrap-operator/controllers"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -173,6 +181,10 @@ var _ = Describe("BootstrapPolicy reconciler", func() {
 			tok, cfg = kubeconfigToken(g, ctx, "node-provisioning", "join-bootstrap")
 			g.Expect(tok).To(Equal(tokenString(s)))
 		}).Should(Succeed())
+		kc := &corev1.Secret{}
+		Expect(admin.Get(ctx, client.ObjectKey{Namespace: "node-provisioning", Name: "join-bootstrap"}, kc)).To(Succeed())
+		Expect(kc.OwnerReferences).To(ConsistOf(HaveField("UID", p.UID)))
+		Expect(kc.Labels).To(HaveKeyWithValue(v1alpha1.PolicyLabel, "join"))
 		// The kubeconfig alone, as a kubelet would use it: the rendered node-bootstrapper
 		// binding lets it create its CSR.
 		cs, err := kubernetes.NewForConfig(cfg)
@@ -391,3 +403,103 @@ func kstatus(p *v1alpha1.BootstrapPolicy) status.Status {
 	Expect(err).NotTo(HaveOccurred())
 	return res.Status
 }
+
+// gauge reads one series from the manager's metrics registry, as a scrape of its
+// endpoint would see it.
+func gauge(g Gomega, name string, labels map[string]string) (float64, bool) {
+	families, err := metrics.Registry.Gather()
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue series
+				}
+			}
+			switch {
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue(), true
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue(), true
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount()), true
+			}
+		}
+	}
+	return 0, false
+}
+
+var _ = Describe("The operator's footprint", func() {
+	ctx := context.Background()
+
+	It("exports token expiry and count per policy, and CSR decisions", func() {
+		p := newPolicy("metrics")
+		Expect(admin.Create(ctx, p)).To(Succeed())
+		DeferCleanup(admin.Delete, ctx, p)
+		p = readyPolicy("metrics")
+		Eventually(func(g Gomega) {
+			n, ok := gauge(g, controllers.MetricTokens, map[string]string{"policy": "metrics"})
+			g.Expect(ok).To(BeTrue())
+			g.Expect(n).To(BeEquivalentTo(1))
+			left, ok := gauge(g, controllers.MetricTokenExpiry, map[string]string{"policy": "metrics"})
+			g.Expect(ok).To(BeTrue())
+			g.Expect(left).To(BeNumerically("~", time.Until(p.Status.Tokens[0].ExpiresAt.Time).Seconds(), 3600))
+		}).Should(Succeed())
+
+		expectApproved(submit(ctx, bootstrapClient(ctx, "metrics"), clientCSR("metrics-1")), `"metrics"`)
+		Eventually(func(g Gomega) {
+			n, ok := gauge(g, controllers.MetricDecisions, map[string]string{"policy": "metrics", "kind": "client", "outcome": "Approve"})
+			g.Expect(ok).To(BeTrue())
+			g.Expect(n).To(BeNumerically(">=", 1))
+			_, ok = gauge(g, controllers.MetricDecisionLatency, map[string]string{"kind": "client", "outcome": "Approve"})
+			g.Expect(ok).To(BeTrue())
+			_, ok = gauge(g, controllers.MetricPendingCSRs, map[string]string{"kind": "client"})
+			g.Expect(ok).To(BeTrue())
+		}).Should(Succeed())
+	})
+
+	It("has a ClusterRole with no wildcards, approve only on the kubelet signers, and bind only on system:node-bootstrapper", func() {
+		raw, err := os.ReadFile(filepath.Join("..", "config", "rbac", "role.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		role := &rbacv1.ClusterRole{}
+		Expect(yaml.Unmarshal(raw, role)).To(Succeed())
+		for _, r := range role.Rules {
+			Expect(r.Verbs).NotTo(ContainElement("*"))
+			Expect(r.Resources).NotTo(ContainElement("*"))
+			Expect(r.APIGroups).NotTo(ContainElement("*"))
+			Expect(r.Verbs).NotTo(ContainElement("escalate"))
+			if slices.Contains(r.Verbs, "approve") {
+				Expect(r.Resources).To(Equal([]string{"signers"}))
+				Expect(r.ResourceNames).To(ConsistOf(certificatesv1.KubeAPIServerClientKubeletSignerName, certificatesv1.KubeletServingSignerName))
+			}
+			if slices.Contains(r.Verbs, "bind") {
+				Expect(r.ResourceNames).To(Equal([]string{"system:node-bootstrapper"}))
+			}
+		}
+	})
+
+	It("caches only the Secrets it manages", func() {
+		unrelated := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: "unrelated"},
+			StringData: map[string]string{"password": "hunter2"}}
+		Expect(admin.Create(ctx, unrelated)).To(Succeed())
+		DeferCleanup(admin.Delete, ctx, unrelated)
+		p := newPolicy("cached")
+		Expect(admin.Create(ctx, p)).To(Succeed())
+		DeferCleanup(admin.Delete, ctx, p)
+		p = readyPolicy("cached")
+
+		Eventually(func(g Gomega) {
+			s := &corev1.Secret{}
+			g.Expect(operatorCache.Get(ctx, client.ObjectKey{Namespace: metav1.NamespaceSystem, Name: p.Status.Tokens[0].SecretName}, s)).To(Succeed())
+		}).Should(Succeed())
+		var all corev1.SecretList
+		Expect(operatorCache.List(ctx, &all)).To(Succeed())
+		for _, s := range all.Items {
+			Expect(s.Labels).To(HaveKeyWithValue(v1alpha1.ManagedByLabel, v1alpha1.ManagedByValue), "cache holds %s/%s", s.Namespace, s.Name)
+		}
+	})
+})

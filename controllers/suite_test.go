@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
@@ -42,6 +44,8 @@ var (
 	clock    = clocktesting.NewFakeClock(time.Now())
 	logs     = &syncBuffer{}
 	cancel   context.CancelFunc
+	// operatorCache is the manager's informer cache, to prove what it holds.
+	operatorCache cache.Cache
 )
 
 const operatorUser = "system:serviceaccount:tls-bootstrap-operator-system:tls-bootstrap-operator-controller-manager"
@@ -84,6 +88,7 @@ var _ = BeforeSuite(func() {
 		Cache:   controllers.CacheOptions(),
 	})
 	Expect(err).NotTo(HaveOccurred())
+	operatorCache = mgr.GetCache()
 	Expect((&controllers.BootstrapPolicyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Recorder: mgr.GetEventRecorder("tls-bootstrap-operator"), Clock: clock,

@@ -75,8 +75,10 @@ func (r *CSRReconciler) inputs(ctx context.Context, c *certificatesv1.Certificat
 	if err := r.List(ctx, &policies); err != nil {
 		return policy.Inputs{}, fmt.Errorf("listing policies: %w", err)
 	}
-	in := policy.Inputs{CSR: c, Policies: policies.Items}
-	name := nodeNameOf(c)
+	// Parsed and verified once here; Decide reuses it.
+	insp := csr.Inspect(c)
+	in := policy.Inputs{CSR: c, Policies: policies.Items, Inspection: &insp}
+	name := insp.NodeName
 	if name == "" {
 		return in, nil
 	}

@@ -21,8 +21,9 @@
 //   - Serving DNS SANs may not be wildcards, the API server's names (kubernetes,
 //     kubernetes.default, kubernetes.default.svc...), any in-cluster Service or Pod
 //     name (<a>.<b>.svc... or <a>.<b>.pod...), localhost, or anything that is not a
-//     DNS-1123 subdomain once lowercased. Serving IP SANs may not be loopback,
-//     unspecified or multicast addresses.
+//     DNS-1123 subdomain once lowercased. Serving IP SANs may not be unspecified or
+//     multicast addresses (loopback ones only where a policy's allowedCIDRs names
+//     them: internal/policy).
 package csr
 
 import (

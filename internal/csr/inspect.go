@@ -240,11 +240,12 @@ func checkServingSANs(req *x509.CertificateRequest, v []string) []string {
 
 	var badIP ValueList
 	for _, ip := range req.IPAddresses {
-		if ip.IsLoopback() || ip.IsUnspecified() || ip.IsMulticast() {
+		// Loopback is judged by the policy: refused unless serving.allowedCIDRs names it.
+		if ip.IsUnspecified() || ip.IsMulticast() {
 			badIP.Add(ip.String())
 		}
 	}
-	return appendIf(v, badIP.Violation("ip subject alternative names must not be loopback, unspecified or multicast addresses"))
+	return appendIf(v, badIP.Violation("ip subject alternative names must not be unspecified or multicast addresses"))
 }
 
 // reservedDNSName reports whether a lowercased DNS name belongs to the cluster or the

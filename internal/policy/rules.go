@@ -132,14 +132,20 @@ func (e *evaluator) checkServing(a *v1alpha1.ApprovalSpec, v []string) []string 
 	v = appendIf(v, notNodeName.Violation("dns subject alternative names must be the node name or one of the node's Hostname, InternalDNS or ExternalDNS addresses"))
 	v = appendIf(v, badSuffix.Violation("dns subject alternative names must end with one of serving.allowedDNSSuffixes"))
 
-	var notNodeIP, outside, forbidden csr.ValueList
+	var notNodeIP, outside, loopback, forbidden csr.ValueList
 	for _, ip := range req.IPAddresses {
 		addr := toAddr(ip)
 		if !slices.Contains(e.nodeIPs, addr) {
 			notNodeIP.Add(ip.String())
 		}
-		if len(s.AllowedCIDRs) > 0 && !inCIDRs(addr, s.AllowedCIDRs) {
+		inside := len(s.AllowedCIDRs) > 0 && inCIDRs(addr, s.AllowedCIDRs)
+		if len(s.AllowedCIDRs) > 0 && !inside {
 			outside.Add(ip.String())
+		}
+		// A loopback serving address is only ever right on a single-machine cluster,
+		// and only its operator can say so, by listing the range explicitly.
+		if addr.IsLoopback() && !inside {
+			loopback.Add(ip.String())
 		}
 		if slices.Contains(e.forbidden, addr) {
 			forbidden.Add(ip.String())
@@ -147,6 +153,7 @@ func (e *evaluator) checkServing(a *v1alpha1.ApprovalSpec, v []string) []string 
 	}
 	v = appendIf(v, notNodeIP.Violation("ip subject alternative names must be among the node's InternalIP or ExternalIP addresses"))
 	v = appendIf(v, outside.Violation("ip subject alternative names must be inside one of serving.allowedCIDRs"))
+	v = appendIf(v, loopback.Violation("ip subject alternative names must not be loopback addresses unless serving.allowedCIDRs lists them"))
 	return appendIf(v, forbidden.Violation("ip subject alternative names must not be the api server's or the kubernetes service's addresses"))
 }
 

@@ -63,6 +63,9 @@ type Options struct {
 	CommonName string
 	// Organization is the subject O, for kubelets ["system:nodes"].
 	Organization []string
+	// ExtraSubject adds raw subject attributes (a second CN, an OU...). A CN here
+	// replaces CommonName, as crypto/x509 encodes only one of them.
+	ExtraSubject []pkix.AttributeTypeAndValue
 	// DNSNames are the DNS subject alternative names.
 	DNSNames []string
 	// IPs are the IP subject alternative names.
@@ -126,7 +129,7 @@ func NewPEM(o Options) (pemBytes []byte, key crypto.Signer, err error) {
 		}
 	}
 	tmpl := &x509.CertificateRequest{
-		Subject:        pkix.Name{CommonName: o.CommonName, Organization: o.Organization},
+		Subject:        pkix.Name{CommonName: o.CommonName, Organization: o.Organization, ExtraNames: o.ExtraSubject},
 		DNSNames:       o.DNSNames,
 		IPAddresses:    o.IPs,
 		EmailAddresses: o.Emails,

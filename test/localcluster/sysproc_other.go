@@ -1,0 +1,11 @@
+//go:build !linux
+
+package localcluster
+
+import "syscall"
+
+// sysProcAttr puts each child in its own process group so that Stop reaches its children too.
+// Outside Linux there is no parent-death signal: an aborted run may leave processes behind.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}

@@ -272,6 +272,29 @@ var _ = Describe("BootstrapPolicy reconciler", func() {
 		}).Should(Succeed())
 	})
 
+	It("mints another id when the generated one belongs to a Secret it does not manage", func() {
+		foreign := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: "bootstrap-token-cccccc"},
+			Type:       corev1.SecretType("bootstrap.kubernetes.io/token"),
+			StringData: map[string]string{"token-id": "cccccc", "token-secret": "0123456789abcdef", "usage-bootstrap-authentication": "true"},
+		}
+		Expect(admin.Create(ctx, foreign)).To(Succeed())
+		DeferCleanup(admin.Delete, ctx, foreign)
+		forcedTokens <- "cccccc.fedcba9876543210"
+
+		p := newPolicy("collide")
+		Expect(admin.Create(ctx, p)).To(Succeed())
+		DeferCleanup(admin.Delete, ctx, p)
+		p = readyPolicy("collide")
+		Expect(p.Status.Tokens).To(HaveLen(1))
+		Expect(p.Status.Tokens[0].ID).NotTo(Equal("cccccc"))
+		Expect(forcedTokens).To(BeEmpty(), "the colliding id was tried")
+		kept := &corev1.Secret{}
+		Expect(admin.Get(ctx, client.ObjectKeyFromObject(foreign), kept)).To(Succeed())
+		Expect(string(kept.Data["token-secret"])).To(Equal("0123456789abcdef"))
+		Expect(kept.OwnerReferences).To(BeEmpty())
+	})
+
 	It("replaces the tokens when the groups change", func() {
 		p := newPolicy("regroup")
 		Expect(admin.Create(ctx, p)).To(Succeed())

@@ -66,7 +66,7 @@ func TrimCSR(o any) (any, error) {
 // csrCollector exports, at scrape time and from the cache, the pending kubelet CSRs by
 // kind and the expiry of each node's newest issued client and serving certificate.
 type csrCollector struct {
-	reader  cache.Cache
+	reader  client.Reader
 	pending *prometheus.Desc
 	expiry  *prometheus.Desc
 
@@ -74,14 +74,21 @@ type csrCollector struct {
 	parsed map[types.UID]issued // issued certificates, parsed once
 }
 
-func registerCSRCollector(c cache.Cache) error {
-	col := &csrCollector{
+func registerCSRCollector(c client.Reader) error {
+	return registerCollector(newCSRCollector(c))
+}
+
+func newCSRCollector(c client.Reader) *csrCollector {
+	return &csrCollector{
 		reader:  c,
 		pending: prometheus.NewDesc(MetricPendingCSRs, "Pending kubelet CSRs by kind.", []string{"kind"}, nil),
 		expiry: prometheus.NewDesc(MetricCertExpiry,
 			"Unix time at which a node's newest certificate issued by a kubelet signer expires.", []string{"node", "kind"}, nil),
 		parsed: map[types.UID]issued{},
 	}
+}
+
+func registerCollector(col prometheus.Collector) error {
 	if err := metrics.Registry.Register(col); err != nil {
 		if !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return fmt.Errorf("registering csr collector: %w", err)

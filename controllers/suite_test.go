@@ -31,6 +31,7 @@ import (
 
 	"github.com/tlsbootstrap/tls-bootstrap-operator/api/v1alpha1"
 	"github.com/tlsbootstrap/tls-bootstrap-operator/controllers"
+	"github.com/tlsbootstrap/tls-bootstrap-operator/internal/token"
 )
 
 // The suite runs one API server configured like a cluster (bootstrap-token
@@ -91,7 +92,7 @@ var _ = BeforeSuite(func() {
 	operatorCache = mgr.GetCache()
 	Expect((&controllers.BootstrapPolicyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Recorder: mgr.GetEventRecorder("tls-bootstrap-operator"), Clock: clock,
+		Recorder: mgr.GetEventRecorder("tls-bootstrap-operator"), Clock: clock, Generate: generate,
 	}).SetupWithManager(mgr, 2)).To(Succeed())
 	Expect((&controllers.CSRReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("tls-bootstrap-operator"), Clock: clock,
@@ -113,6 +114,19 @@ var _ = AfterSuite(func() {
 		Expect(testEnv.Stop()).To(Succeed())
 	}
 })
+
+// forcedTokens are handed out by the operator's token generator before crypto-random
+// ones, so that a test can force an id collision.
+var forcedTokens = make(chan string, 4)
+
+func generate() (string, error) {
+	select {
+	case t := <-forcedTokens:
+		return t, nil
+	default:
+		return token.CryptoGenerator()
+	}
+}
 
 // assetsDir is where `make controlplane` put the binaries; KUBEBUILDER_ASSETS wins.
 func assetsDir() string {

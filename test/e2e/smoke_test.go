@@ -14,10 +14,13 @@ import (
 	"github.com/tlsbootstrap/tls-bootstrap-operator/test/localcluster"
 )
 
-// These specs prove the harness without the operator: kubeadm-style RBAC lets
-// kube-controller-manager approve and sign a real kubelet's bootstrap CSR.
-var _ = Describe("The local cluster harness", func() {
+// These specs prove the harness without the operator's help: kubeadm-style RBAC lets
+// kube-controller-manager approve and sign a real kubelet's bootstrap CSR. No policy names
+// the group, so the running operator leaves every CSR here alone.
+var _ = Describe("The local cluster harness", Ordered, func() {
 	const group = "system:bootstrappers:smoke"
+
+	BeforeAll(useKubeControllerManagerApprover)
 
 	// bootstrapKubeconfig creates a token for group with the kubeadm RBAC and returns the
 	// kubeconfig a kubelet bootstraps with.

@@ -18,12 +18,16 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/tlsbootstrap/tls-bootstrap-operator/api/v1alpha1"
 	"github.com/tlsbootstrap/tls-bootstrap-operator/test/localcluster"
 )
 
@@ -32,7 +36,18 @@ var (
 	cluster *localcluster.Cluster
 	// adminClient is a cluster-admin clientset for cluster.
 	adminClient kubernetes.Interface
+	// k8sClient is a cluster-admin controller-runtime client that knows BootstrapPolicy.
+	k8sClient client.Client
+	// operator is the manager process every spec shares, running under its generated RBAC.
+	operator *localcluster.Operator
 )
+
+// signerOnly are kube-controller-manager's controllers while the operator approves:
+// it signs approved CSRs, collects garbage and cleans tokens, but approves nothing.
+var signerOnly = []string{"csrsigning", "garbagecollector", "tokencleaner"}
+
+// provisioningNamespace holds the bootstrap kubeconfig Secrets the specs' policies publish.
+const provisioningNamespace = "node-provisioning"
 
 func TestE2E(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -50,7 +65,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	var err error
 	cluster, err = localcluster.Start(ctx, localcluster.Options{
 		CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ControllerManager: []string{"csrsigning", "csrapproving", "garbagecollector", "tokencleaner"},
+		ControllerManager: signerOnly,
 		Out:               GinkgoWriter,
 	})
 	Expect(err).NotTo(HaveOccurred())
@@ -58,7 +73,28 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 
 	adminClient, err = kubernetes.NewForConfig(cluster.Admin)
 	Expect(err).NotTo(HaveOccurred())
+	scheme := runtime.NewScheme()
+	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
+	k8sClient, err = client.New(cluster.Admin, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: provisioningNamespace}})).To(Succeed())
+
+	operator, err = cluster.StartOperator(ctx, localcluster.OperatorOptions{})
+	Expect(err).NotTo(HaveOccurred())
 }, NodeTimeout(5*time.Minute))
+
+// useKubeControllerManagerApprover turns kube-controller-manager's csrapproving on for the
+// specs of an Ordered container, and off again after them.
+func useKubeControllerManagerApprover() {
+	GinkgoHelper()
+	_, err := cluster.StartControllerManager(append([]string{"csrapproving"}, signerOnly...))
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() error {
+		_, err := cluster.StartControllerManager(signerOnly)
+		return err
+	})
+}
 
 // createBootstrapToken creates a bootstrap-token Secret by hand, as `kubeadm token create` does,
 // valid for authentication for ttl with the given extra groups, and returns the token

@@ -50,6 +50,9 @@ type Options struct {
 	// Out receives every process's output, each line prefixed with the process name (use
 	// GinkgoWriter in tests). Each process also logs to a file in the work dir.
 	Out io.Writer
+	// APIServerFlags are extra kube-apiserver flags (name without dashes to value), set after
+	// the ones that make it look like a kubeadm cluster, so they may override them.
+	APIServerFlags map[string]string
 	// KeepWorkDir leaves the work dir (logs, certificates, kubelet dirs) on disk after Stop, for
 	// debugging a failed run.
 	KeepWorkDir bool
@@ -180,6 +183,9 @@ func Start(ctx context.Context, o Options) (_ *Cluster, retErr error) {
 	args.Set("enable-bootstrap-token-auth", "true")
 	args.Set("authorization-mode", "Node,RBAC")
 	args.Set("enable-admission-plugins", "NodeRestriction")
+	for flag, value := range o.APIServerFlags {
+		args.Set(flag, value)
+	}
 
 	c.envStarted = true // envtest stops what it started even when Start fails half-way
 	if _, err := c.Env.Start(); err != nil {

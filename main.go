@@ -35,7 +35,7 @@ func main() {
 		enableLeaderElection, secureMetrics             bool
 		qps                                             float64
 		burst, csrWorkers, policyWorkers                int
-		leaseDuration                                   time.Duration
+		leaseDuration, renewDeadline, retryPeriod       time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0",
 		"Address of the metrics endpoint, e.g. :8443 (HTTPS) or :8080 (HTTP); 0 disables it.")
@@ -48,6 +48,10 @@ func main() {
 		"Namespace of the leader election Lease; defaults to the pod's namespace in a cluster.")
 	flag.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second,
 		"How long followers wait before taking over from a leader that stopped renewing.")
+	flag.DurationVar(&renewDeadline, "leader-election-renew-deadline", 10*time.Second,
+		"How long the leader retries renewing before it gives up leadership; below the lease duration.")
+	flag.DurationVar(&retryPeriod, "leader-election-retry-period", 2*time.Second,
+		"How often replicas try to acquire or renew the lease.")
 	// One approval is one API write; the defaults let a burst of a thousand CSRs go at the
 	// API server's pace rather than at client-go's default 5 QPS.
 	flag.Float64Var(&qps, "kube-api-qps", 500, "Queries per second to the API server.")
@@ -82,6 +86,8 @@ func main() {
 		LeaderElectionNamespace:       leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renewDeadline,
+		RetryPeriod:                   &retryPeriod,
 		Cache:                         controllers.CacheOptions(),
 	})
 	if err != nil {

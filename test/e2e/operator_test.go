@@ -140,7 +140,10 @@ var _ = Describe("A kubelet joining through the operator", func() {
 			g.Expect(p.Status.Tokens[0].ID).NotTo(Equal(oldID))
 			g.Expect(tokenOf(publishedKubeconfig(ctx, p))).To(HavePrefix(p.Status.Tokens[0].ID + "."))
 		}).WithContext(ctx).Should(Succeed())
-		Expect(whoAmIWith(ctx, old)).To(MatchError(apierrors.IsUnauthorized, "IsUnauthorized"))
+		// The API server's token authenticator reads Secrets from its own informer: a deleted
+		// token stops working as soon as that has seen the deletion.
+		Eventually(func() error { return whoAmIWith(ctx, old) }).WithContext(ctx).WithTimeout(5 * time.Second).
+			Should(MatchError(apierrors.IsUnauthorized, "IsUnauthorized"))
 
 		stale := startKubelet(ctx, localcluster.KubeletOptions{Name: "worker-stale", BootstrapKubeconfig: old})
 		fresh := startKubelet(ctx, localcluster.KubeletOptions{Name: "worker-fresh", BootstrapKubeconfig: publishedKubeconfig(ctx, p)})

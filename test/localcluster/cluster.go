@@ -14,8 +14,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -86,7 +89,7 @@ type Cluster struct {
 	keepWorkDir bool
 
 	mu             sync.Mutex
-	watchdog       *watchdog
+	watchdogs      []*watchdog
 	closers        []io.Closer
 	stopped        bool
 	envStarted     bool
@@ -195,7 +198,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.watchdog, err = startWatchdog(envtestPids, workDir, o.KeepWorkDir); err != nil {
+	if err := c.watch(envtestPids); err != nil {
 		return nil, err
 	}
 	c.Admin = rest.CopyConfig(c.Env.Config)
@@ -215,6 +218,58 @@ func Start(ctx context.Context, o Options) (_ *Cluster, retErr error) {
 		}
 	}
 	return c, nil
+}
+
+// watch hands pids that envtest started to a watchdog of their own.
+func (c *Cluster) watch(pids []int) error {
+	w, err := startWatchdog(pids, c.WorkDir, c.keepWorkDir)
+	if err != nil {
+		return err
+	}
+	c.watchdogs = append(c.watchdogs, w)
+	return nil
+}
+
+// RestartAPIServer kills kube-apiserver (SIGKILL, as a crash or a lost machine would end it)
+// and starts it again on the same port, with the same certificates and the same etcd. It
+// returns once the new one is healthy; clients reconnect by themselves.
+func (c *Cluster) RestartAPIServer() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errors.New("restart kube-apiserver: cluster is stopped")
+	}
+	before, err := childrenIn(c.WorkDir)
+	if err != nil {
+		return err
+	}
+	for _, pid := range before {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), BinKubeAPIServer) {
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				return fmt.Errorf("kill kube-apiserver: %w", err)
+			}
+		}
+	}
+	// Stop only reaps it now; a graceful stop waits out the API server's long shutdown.
+	api := c.Env.ControlPlane.APIServer
+	if err := api.Stop(); err != nil {
+		return fmt.Errorf("stop kube-apiserver: %w", err)
+	}
+	if err := api.Start(); err != nil {
+		return fmt.Errorf("start kube-apiserver again: %w", err)
+	}
+	after, err := childrenIn(c.WorkDir)
+	if err != nil {
+		return err
+	}
+	var started []int
+	for _, pid := range after {
+		if !slices.Contains(before, pid) {
+			started = append(started, pid)
+		}
+	}
+	return c.watch(started)
 }
 
 // seed creates what kubeadm creates and an operator may rely on.
@@ -280,8 +335,8 @@ func (c *Cluster) Stop() error {
 		errs = append(errs, fmt.Errorf("remove work dir: %w", err))
 	}
 	// Last, so that it still cleans up if this process dies while stopping.
-	if c.watchdog != nil {
-		if err := c.watchdog.stop(); err != nil {
+	for _, w := range c.watchdogs {
+		if err := w.stop(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -290,8 +345,9 @@ func (c *Cluster) Stop() error {
 }
 
 // StartControllerManager (re)starts kube-controller-manager with the given --controllers list,
-// stopping the one running before. It signs with ClientCA and runs as Admin.
-func (c *Cluster) StartControllerManager(controllers []string) (*Process, error) {
+// stopping the one running before. It signs with ClientCA and runs as Admin. extraArgs are
+// appended last (so they override the flags set here), for example a raised --kube-api-qps.
+func (c *Cluster) StartControllerManager(controllers []string, extraArgs ...string) (*Process, error) {
 	c.mu.Lock()
 	previous := c.controllerMgr
 	c.mu.Unlock()
@@ -300,16 +356,17 @@ func (c *Cluster) StartControllerManager(controllers []string) (*Process, error)
 			return nil, fmt.Errorf("stop previous kube-controller-manager: %w", err)
 		}
 	}
-	p, err := c.StartProcess(BinKubeControllerManager, BinKubeControllerManager,
-		"--kubeconfig="+c.AdminKubeconfig,
-		"--controllers="+strings.Join(controllers, ","),
+	args := append([]string{
+		"--kubeconfig=" + c.AdminKubeconfig,
+		"--controllers=" + strings.Join(controllers, ","),
 		"--leader-elect=false",
 		// No serving endpoint: nothing scrapes it, and it would need a free port per restart.
 		"--secure-port=0",
-		"--cluster-signing-cert-file="+c.ClientCAFile,
-		"--cluster-signing-key-file="+c.ClientCAKeyFile,
+		"--cluster-signing-cert-file=" + c.ClientCAFile,
+		"--cluster-signing-key-file=" + c.ClientCAKeyFile,
 		"--use-service-account-credentials=false",
-	)
+	}, extraArgs...)
+	p, err := c.StartProcess(BinKubeControllerManager, BinKubeControllerManager, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -141,37 +142,51 @@ func (r *BootstrapPolicyReconciler) deleteIgnoreMissing(ctx context.Context, obj
 
 // reconcileKubeconfig publishes the bootstrap kubeconfig for the current token, and
 // removes a kubeconfig Secret the policy no longer asks for.
-func (r *BootstrapPolicyReconciler) reconcileKubeconfig(ctx context.Context, p *v1alpha1.BootstrapPolicy, current *corev1.Secret, status *v1alpha1.BootstrapPolicyStatus) error {
+//
+// A missing CA is looked for again after CARetry: the operator only gets the CA
+// ConfigMaps (a watch would need list and watch on every ConfigMap of the cluster), so
+// nothing else would tell it that one appeared.
+func (r *BootstrapPolicyReconciler) reconcileKubeconfig(ctx context.Context, p *v1alpha1.BootstrapPolicy, current *corev1.Secret, status *v1alpha1.BootstrapPolicyStatus) (time.Duration, error) {
 	if err := r.deleteStaleKubeconfigs(ctx, p); err != nil {
-		return err
+		return 0, err
 	}
 	spec := p.Spec.Kubeconfig
 	if spec == nil {
-		return nil
+		return 0, nil
 	}
 	if current == nil {
 		setCondition(status, p, v1alpha1.ConditionKubeconfigReady, metav1.ConditionFalse, ReasonDependencyError, "no current bootstrap token")
-		return nil
+		return 0, nil
 	}
 	ca, source, err := r.caBundle(ctx, spec)
 	if err != nil {
 		setCondition(status, p, v1alpha1.ConditionKubeconfigReady, metav1.ConditionFalse, ReasonKubeconfigError, err.Error())
-		return err
+		return 0, err
 	}
 	if len(ca) == 0 {
 		// Reported, not guessed: a kubelet given the wrong CA would fail far from here.
 		msg := fmt.Sprintf("no CA: spec.kubeconfig.caBundle is empty, kube-public/cluster-info and %s/kube-root-ca.crt hold none", spec.SecretRef.Namespace)
 		setCondition(status, p, v1alpha1.ConditionKubeconfigReady, metav1.ConditionFalse, ReasonCANotFound, msg)
-		return nil
+		return r.caRetry(), nil
 	}
 	if err := r.publishKubeconfig(ctx, p, current, ca); err != nil {
 		setCondition(status, p, v1alpha1.ConditionKubeconfigReady, metav1.ConditionFalse, ReasonKubeconfigError, err.Error())
-		return err
+		return 0, err
 	}
 	status.KubeconfigSecret = spec.SecretRef.Namespace + "/" + spec.SecretRef.Name
 	setCondition(status, p, v1alpha1.ConditionKubeconfigReady, metav1.ConditionTrue, ReasonReconciled,
 		fmt.Sprintf("%s holds token %s, CA from %s", status.KubeconfigSecret, current.Name[len("bootstrap-token-"):], source))
-	return nil
+	return 0, nil
+}
+
+// DefaultCARetry is how soon a policy whose CA is missing is looked at again.
+const DefaultCARetry = 30 * time.Second
+
+func (r *BootstrapPolicyReconciler) caRetry() time.Duration {
+	if r.CARetry > 0 {
+		return r.CARetry
+	}
+	return DefaultCARetry
 }
 
 func (r *BootstrapPolicyReconciler) publishKubeconfig(ctx context.Context, p *v1alpha1.BootstrapPolicy, current *corev1.Secret, ca []byte) error {

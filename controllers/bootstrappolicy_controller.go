@@ -53,6 +53,9 @@ type BootstrapPolicyReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
+	// CARetry is how soon a policy whose CA is missing is looked at again; 0 means
+	// DefaultCARetry.
+	CARetry time.Duration
 	// Generate makes a new "id.secret" token; nil means cluster-bootstrap's crypto-random
 	// one (token.CryptoGenerator).
 	Generate token.Generator
@@ -110,7 +113,10 @@ func (r *BootstrapPolicyReconciler) reconcileSpec(ctx context.Context, p *v1alph
 	}
 	current, requeue, tokErr := r.reconcileTokens(ctx, p, status)
 	rbacErr := r.reconcileRBAC(ctx, p, status)
-	kcErr := r.reconcileKubeconfig(ctx, p, current, status)
+	kcRequeue, kcErr := r.reconcileKubeconfig(ctx, p, current, status)
+	if kcRequeue > 0 && (requeue == 0 || kcRequeue < requeue) {
+		requeue = kcRequeue
+	}
 	return ctrl.Result{RequeueAfter: requeue}, errors.Join(tokErr, rbacErr, kcErr)
 }
 

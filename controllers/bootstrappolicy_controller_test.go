@@ -392,6 +392,115 @@ var _ = Describe("BootstrapPolicy reconciler", func() {
 		readyPolicy("kcm")
 	})
 
+	It("takes the CA from kube-root-ca.crt without cluster-info, and reports a missing CA until one appears", func() {
+		Expect(client.IgnoreNotFound(admin.Delete(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespacePublic, Name: "cluster-info"}}))).To(Succeed())
+		ensureNamespace(ctx, "ca-fallback")
+		p := newPolicy("noca", func(p *v1alpha1.BootstrapPolicy) {
+			p.Spec.Kubeconfig = &v1alpha1.KubeconfigSpec{Server: adminCfg.Host,
+				SecretRef: v1alpha1.SecretReference{Namespace: "ca-fallback", Name: "noca-bootstrap"}}
+		})
+		Expect(admin.Create(ctx, p)).To(Succeed())
+		DeferCleanup(admin.Delete, ctx, p)
+
+		Eventually(func(g Gomega) {
+			p := getPolicy(g, "noca")
+			c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionKubeconfigReady)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Reason).To(Equal(controllers.ReasonCANotFound))
+			g.Expect(c.Message).To(ContainSubstring("ca-fallback/kube-root-ca.crt"))
+			g.Expect(meta.IsStatusConditionFalse(p.Status.Conditions, v1alpha1.ConditionReady)).To(BeTrue())
+		}).Should(Succeed())
+		err := admin.Get(ctx, client.ObjectKey{Namespace: "ca-fallback", Name: "noca-bootstrap"}, &corev1.Secret{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no kubeconfig without a CA: %v", err)
+
+		By("publishing the namespace's kube-root-ca.crt, as kube-controller-manager does")
+		rootCA := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ca-fallback", Name: "kube-root-ca.crt"},
+			Data: map[string]string{"ca.crt": string(adminCfg.CAData)}}
+		Expect(admin.Create(ctx, rootCA)).To(Succeed())
+		p = readyPolicy("noca")
+		Expect(meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionKubeconfigReady).Message).
+			To(ContainSubstring("CA from ca-fallback/kube-root-ca.crt"))
+		_, cfg := kubeconfigToken(Default, ctx, "ca-fallback", "noca-bootstrap")
+		Expect(cfg.CAData).To(Equal(adminCfg.CAData))
+	})
+
+	It("writes no status when a reconcile finds nothing to change", func() {
+		p := newPolicy("steady", func(p *v1alpha1.BootstrapPolicy) {
+			p.Spec.Kubeconfig = &v1alpha1.KubeconfigSpec{Server: adminCfg.Host,
+				SecretRef: v1alpha1.SecretReference{Namespace: "node-provisioning", Name: "steady-bootstrap"}}
+		})
+		Expect(admin.Create(ctx, p)).To(Succeed())
+		DeferCleanup(admin.Delete, ctx, p)
+		rv := readyPolicy("steady").ResourceVersion
+		reconciles := func(g Gomega) float64 {
+			sum := 0.0
+			for _, result := range []string{"success", "requeue", "requeue_after", "error"} {
+				n, _ := gauge(g, "controller_runtime_reconcile_total", map[string]string{"controller": "bootstrappolicy", "result": result})
+				sum += n
+			}
+			return sum
+		}
+		before := reconciles(Default)
+
+		By("touching an object it owns, which makes it reconcile")
+		kc := &corev1.Secret{}
+		Expect(admin.Get(ctx, client.ObjectKey{Namespace: "node-provisioning", Name: "steady-bootstrap"}, kc)).To(Succeed())
+		patch := client.MergeFrom(kc.DeepCopy())
+		metav1.SetMetaDataAnnotation(&kc.ObjectMeta, "example.com/touched", "yes")
+		Expect(admin.Patch(ctx, kc, patch)).To(Succeed())
+		Eventually(reconciles).Should(BeNumerically(">", before))
+		Consistently(func(g Gomega) {
+			g.Expect(getPolicy(g, "steady").ResourceVersion).To(Equal(rv))
+		}).WithTimeout(2 * time.Second).Should(Succeed())
+	})
+
+	It("replaces the tokens when the usages change", func() {
+		p := newPolicy("reuse")
+		Expect(admin.Create(ctx, p)).To(Succeed())
+		DeferCleanup(admin.Delete, ctx, p)
+		old := readyPolicy("reuse").Status.Tokens[0]
+		p = getPolicy(Default, "reuse")
+		p.Spec.Token.Usages = []v1alpha1.TokenUsage{v1alpha1.UsageAuthentication, v1alpha1.UsageSigning}
+		Expect(admin.Update(ctx, p)).To(Succeed())
+		Eventually(func(g Gomega) {
+			p := readyPolicy("reuse")
+			g.Expect(p.Status.Tokens).To(HaveLen(1))
+			g.Expect(p.Status.Tokens[0].ID).NotTo(Equal(old.ID))
+			s, err := tokenSecret(ctx, p.Status.Tokens[0].ID)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(string(s.Data["usage-bootstrap-signing"])).To(Equal("true"))
+			g.Expect(string(s.Data["usage-bootstrap-authentication"])).To(Equal("true"))
+		}).Should(Succeed())
+		_, err := tokenSecret(ctx, old.ID)
+		Expect(apierrors.IsNotFound(err)).To(BeTrue())
+	})
+
+	It("recreates a rendered binding that came back with another roleRef", func() {
+		p := newPolicy("reref")
+		Expect(admin.Create(ctx, p)).To(Succeed())
+		DeferCleanup(admin.Delete, ctx, p)
+		readyPolicy("reref")
+		name := "tls-bootstrap:reref:node-bootstrapper"
+		b := &rbacv1.ClusterRoleBinding{}
+		Expect(admin.Get(ctx, client.ObjectKey{Name: name}, b)).To(Succeed())
+
+		By("replacing it with one that binds the group to view (roleRef cannot be edited in place)")
+		impostor := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: b.Labels, OwnerReferences: b.OwnerReferences},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
+			Subjects:   b.Subjects,
+		}
+		Expect(admin.Delete(ctx, b)).To(Succeed())
+		Expect(admin.Create(ctx, impostor)).To(Succeed())
+		Eventually(func(g Gomega) {
+			got := &rbacv1.ClusterRoleBinding{}
+			g.Expect(admin.Get(ctx, client.ObjectKey{Name: name}, got)).To(Succeed())
+			g.Expect(got.UID).NotTo(Equal(impostor.UID))
+			g.Expect(got.RoleRef.Name).To(Equal("system:node-bootstrapper"))
+		}).Should(Succeed())
+	})
+
 	It("follows kstatus: Current when Ready, InProgress while the generation is ahead", func() {
 		p := newPolicy("kstatus")
 		Expect(admin.Create(ctx, p)).To(Succeed())

@@ -93,6 +93,7 @@ var _ = BeforeSuite(func() {
 	Expect((&controllers.BootstrapPolicyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Recorder: mgr.GetEventRecorder("tls-bootstrap-operator"), Clock: clock, Generate: generate,
+		CARetry: 200 * time.Millisecond,
 	}).SetupWithManager(mgr, 2)).To(Succeed())
 	Expect((&controllers.CSRReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("tls-bootstrap-operator"), Clock: clock,

@@ -295,25 +295,33 @@ var _ = Describe("BootstrapPolicy reconciler", func() {
 		Expect(kept.OwnerReferences).To(BeEmpty())
 	})
 
-	It("replaces the tokens when the groups change", func() {
-		p := newPolicy("regroup")
-		Expect(admin.Create(ctx, p)).To(Succeed())
-		DeferCleanup(admin.Delete, ctx, p)
-		old := readyPolicy("regroup").Status.Tokens[0]
-		p = getPolicy(Default, "regroup")
-		p.Spec.Groups = []string{"system:bootstrappers:regrouped"}
-		Expect(admin.Update(ctx, p)).To(Succeed())
-		Eventually(func(g Gomega) {
-			p := readyPolicy("regroup")
-			g.Expect(p.Status.Tokens).To(HaveLen(1))
-			g.Expect(p.Status.Tokens[0].ID).NotTo(Equal(old.ID))
-			s, err := tokenSecret(ctx, p.Status.Tokens[0].ID)
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(string(s.Data["auth-extra-groups"])).To(Equal("system:bootstrappers:regrouped"))
-		}).Should(Succeed())
-		_, err := tokenSecret(ctx, old.ID)
-		Expect(apierrors.IsNotFound(err)).To(BeTrue())
-	})
+	DescribeTable("replaces the tokens when what they carry changes",
+		func(name string, change func(*v1alpha1.BootstrapPolicy), key, want string) {
+			p := newPolicy(name)
+			Expect(admin.Create(ctx, p)).To(Succeed())
+			DeferCleanup(admin.Delete, ctx, p)
+			old := readyPolicy(name).Status.Tokens[0]
+			p = getPolicy(Default, name)
+			change(p)
+			Expect(admin.Update(ctx, p)).To(Succeed())
+			Eventually(func(g Gomega) {
+				p := readyPolicy(name)
+				g.Expect(p.Status.Tokens).To(HaveLen(1))
+				g.Expect(p.Status.Tokens[0].ID).NotTo(Equal(old.ID))
+				s, err := tokenSecret(ctx, p.Status.Tokens[0].ID)
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(string(s.Data[key])).To(Equal(want))
+			}).Should(Succeed())
+			_, err := tokenSecret(ctx, old.ID)
+			Expect(apierrors.IsNotFound(err)).To(BeTrue())
+		},
+		Entry("groups", "regroup", func(p *v1alpha1.BootstrapPolicy) {
+			p.Spec.Groups = []string{"system:bootstrappers:regrouped"}
+		}, "auth-extra-groups", "system:bootstrappers:regrouped"),
+		Entry("usages", "reuse", func(p *v1alpha1.BootstrapPolicy) {
+			p.Spec.Token.Usages = []v1alpha1.TokenUsage{v1alpha1.UsageAuthentication, v1alpha1.UsageSigning}
+		}, "usage-bootstrap-signing", "true"),
+	)
 
 	It("renders the seed's RBAC for KubeControllerManager, repairs drift, and drops nodeclient on a switch to Operator", func() {
 		p := newPolicy("kcm", func(p *v1alpha1.BootstrapPolicy) {
@@ -453,27 +461,6 @@ var _ = Describe("BootstrapPolicy reconciler", func() {
 		Consistently(func(g Gomega) {
 			g.Expect(getPolicy(g, "steady").ResourceVersion).To(Equal(rv))
 		}).WithTimeout(2 * time.Second).Should(Succeed())
-	})
-
-	It("replaces the tokens when the usages change", func() {
-		p := newPolicy("reuse")
-		Expect(admin.Create(ctx, p)).To(Succeed())
-		DeferCleanup(admin.Delete, ctx, p)
-		old := readyPolicy("reuse").Status.Tokens[0]
-		p = getPolicy(Default, "reuse")
-		p.Spec.Token.Usages = []v1alpha1.TokenUsage{v1alpha1.UsageAuthentication, v1alpha1.UsageSigning}
-		Expect(admin.Update(ctx, p)).To(Succeed())
-		Eventually(func(g Gomega) {
-			p := readyPolicy("reuse")
-			g.Expect(p.Status.Tokens).To(HaveLen(1))
-			g.Expect(p.Status.Tokens[0].ID).NotTo(Equal(old.ID))
-			s, err := tokenSecret(ctx, p.Status.Tokens[0].ID)
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(string(s.Data["usage-bootstrap-signing"])).To(Equal("true"))
-			g.Expect(string(s.Data["usage-bootstrap-authentication"])).To(Equal("true"))
-		}).Should(Succeed())
-		_, err := tokenSecret(ctx, old.ID)
-		Expect(apierrors.IsNotFound(err)).To(BeTrue())
 	})
 
 	It("recreates a rendered binding that came back with another roleRef", func() {

@@ -57,8 +57,8 @@ verify: controller-gen ## Regenerate code and manifests; fail when the committed
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 .PHONY: test
-test: verify vet lint controlplane build ## Everything that runs locally: unit, fuzz seeds, envtest and end-to-end.
-	KUBEBUILDER_ASSETS=$(K8S_BIN) OPERATOR_BIN=$(LOCALBIN)/manager \
+test: verify vet lint controlplane build kustomize ## Everything that runs locally: unit, fuzz seeds, envtest and end-to-end.
+	KUBEBUILDER_ASSETS=$(K8S_BIN) OPERATOR_BIN=$(LOCALBIN)/manager KUSTOMIZE=$(KUSTOMIZE) \
 		go test ./... -count=1 -timeout 40m -coverprofile cover.out
 
 .PHONY: test-unit
@@ -92,11 +92,18 @@ demo: controlplane build ## A local control plane, the operator, the sample poli
 docker-build: ## Build the operator image (needs a Docker engine).
 	docker build -t $(IMG) .
 
+# The image is set in a throwaway overlay under dist/ (git-ignored), so building with
+# another IMG never edits a tracked file; config/manager names the released image.
+RELEASE_IMAGE := ghcr.io/tlsbootstrap/tls-bootstrap-operator
+define overlay
+rm -rf dist/overlay && mkdir -p dist/overlay
+cd dist/overlay && $(KUSTOMIZE) create --resources ../../config/default && $(KUSTOMIZE) edit set image $(RELEASE_IMAGE)=$(IMG)
+endef
+
 .PHONY: build-installer
-build-installer: manifests kustomize ## Write dist/install.yaml: CRD, RBAC, Deployment and metrics Service in one file.
-	mkdir -p dist
-	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
-	$(KUSTOMIZE) build config/default > dist/install.yaml
+build-installer: manifests kustomize ## Write dist/install.yaml: namespace, CRD, RBAC, Deployment and metrics Service in one file.
+	$(overlay)
+	$(KUSTOMIZE) build dist/overlay > dist/install.yaml
 
 ##@ Deployment
 
@@ -110,8 +117,8 @@ uninstall: manifests kustomize ## Remove the CRD (and with it every policy) from
 
 .PHONY: deploy
 deploy: manifests kustomize ## Deploy the operator with image IMG.
-	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
-	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+	$(overlay)
+	$(KUSTOMIZE) build dist/overlay | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
 undeploy: kustomize ## Remove the operator.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 
@@ -27,6 +28,9 @@ type OperatorOptions struct {
 	Binary string
 	// Args are appended to the manager's flags.
 	Args []string
+	// Env is appended to this process's environment for the manager, for example a GOMEMLIMIT
+	// the Deployment would set.
+	Env []string
 }
 
 // Operator is a running manager process.
@@ -74,7 +78,12 @@ func (c *Cluster) StartOperator(ctx context.Context, o OperatorOptions) (*Operat
 		"--health-probe-bind-address=" + net.JoinHostPort("127.0.0.1", strconv.Itoa(probePort)),
 		"--leader-election-namespace=kube-system",
 	}, o.Args...)
-	p, err := c.StartProcess(o.Name, bin, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = c.WorkDir
+	if len(o.Env) > 0 {
+		cmd.Env = append(os.Environ(), o.Env...)
+	}
+	p, err := c.StartCommand(o.Name, cmd)
 	if err != nil {
 		return nil, err
 	}

@@ -31,11 +31,11 @@ func init() {
 
 func main() {
 	var (
-		metricsAddr, probeAddr, leaderElectionNamespace string
-		enableLeaderElection, secureMetrics             bool
-		qps                                             float64
-		burst, csrWorkers, policyWorkers                int
-		leaseDuration, renewDeadline, retryPeriod       time.Duration
+		metricsAddr, probeAddr, leaderElectionNamespace     string
+		enableLeaderElection, secureMetrics, approvalEvents bool
+		qps                                                 float64
+		burst, csrWorkers, policyWorkers                    int
+		leaseDuration, renewDeadline, retryPeriod           time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0",
 		"Address of the metrics endpoint, e.g. :8443 (HTTPS) or :8080 (HTTP); 0 disables it.")
@@ -58,6 +58,9 @@ func main() {
 	flag.IntVar(&burst, "kube-api-burst", 1000, "Burst of queries to the API server.")
 	flag.IntVar(&csrWorkers, "csr-workers", 16, "CSRs decided concurrently.")
 	flag.IntVar(&policyWorkers, "policy-workers", 4, "BootstrapPolicies reconciled concurrently.")
+	flag.BoolVar(&approvalEvents, "approval-events", true,
+		"Record an Event on every CSR the operator approves; denials and DryRun verdicts always get one. "+
+			"Off saves one API write per approval (the Approved condition carries the same message).")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -106,9 +109,10 @@ func main() {
 		os.Exit(1)
 	}
 	if err := (&controllers.CSRReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("tls-bootstrap-operator"),
-		Clock:    clk,
+		Client:         mgr.GetClient(),
+		Recorder:       mgr.GetEventRecorder("tls-bootstrap-operator"),
+		Clock:          clk,
+		QuietApprovals: !approvalEvents,
 	}).SetupWithManager(mgr, csrWorkers); err != nil {
 		log.Error(err, "unable to create controller", "controller", "CertificateSigningRequest")
 		os.Exit(1)

@@ -36,6 +36,10 @@ type CSRReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
 	Clock    clock.PassiveClock
+	// QuietApprovals records no Event for an approval, only for denials and DryRun
+	// verdicts: an Event is an API write as costly as the approval itself, and the
+	// Approved condition carries the same message.
+	QuietApprovals bool
 }
 
 // +kubebuilder:rbac:groups=certificates.k8s.io,resources=certificatesigningrequests,verbs=get;list;watch
@@ -108,7 +112,8 @@ func (r *CSRReconciler) inputs(ctx context.Context, c *certificatesv1.Certificat
 // per-node cap lets the first few through and holds back the flood after them.
 func (r *CSRReconciler) olderPending(ctx context.Context, c *certificatesv1.CertificateSigningRequest, node string) (int, error) {
 	var list certificatesv1.CertificateSigningRequestList
-	if err := r.List(ctx, &list, client.MatchingFields{nodeNameIndex: node}); err != nil {
+	// Read-only: no deep copy of the node's CSRs.
+	if err := r.List(ctx, &list, client.MatchingFields{nodeNameIndex: node}, client.UnsafeDisableDeepCopy); err != nil {
 		return 0, fmt.Errorf("listing csrs of node %s: %w", node, err)
 	}
 	n := 0
@@ -177,7 +182,9 @@ func (r *CSRReconciler) write(ctx context.Context, c *certificatesv1.Certificate
 	kind := string(d.Kind)
 	csrDecisions.WithLabelValues(d.Policy, kind, string(d.Outcome), "false").Inc()
 	csrDecisionLatency.WithLabelValues(kind, string(d.Outcome)).Observe(r.Clock.Since(c.CreationTimestamp.Time).Seconds())
-	r.Recorder.Eventf(c, nil, eventType, d.Reason, string(d.Outcome), "%s", d.Message)
+	if d.Outcome == policy.Deny || !r.QuietApprovals {
+		r.Recorder.Eventf(c, nil, eventType, d.Reason, string(d.Outcome), "%s", d.Message)
+	}
 	log.FromContext(ctx).Info("csr decided", "outcome", d.Outcome, "kind", kind, "node", d.NodeName, "policy", d.Policy)
 	return nil
 }
@@ -201,13 +208,15 @@ func violationSuffix(v []string) string {
 	return fmt.Sprintf(": %v", v)
 }
 
-// nodeNameOf is the node a kubelet CSR is for: the requester's name for renewals and
-// serving, the subject's CN for a first bootstrap.
+// nodeNameOf indexes a pending kubelet CSR by the node it is for. The index function
+// runs on every add and update of every CSR the cache sees (three per CSR: created,
+// decided, signed), so it reads the name without verifying the signature (csr.NodeName),
+// and skips decided CSRs, which neither the pending cap nor Node events look at.
 func nodeNameOf(c *certificatesv1.CertificateSigningRequest) string {
-	if !csr.IsKubeletSigner(c.Spec.SignerName) {
+	if csr.Decided(c) {
 		return ""
 	}
-	return csr.Inspect(c).NodeName
+	return csr.NodeName(c)
 }
 
 // SetupWithManager watches pending kubelet CSRs, the Nodes serving checks depend on
@@ -249,7 +258,9 @@ func (r *CSRReconciler) allPending(ctx context.Context, _ client.Object) []recon
 
 func (r *CSRReconciler) pending(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
 	var list certificatesv1.CertificateSigningRequestList
-	if err := r.List(ctx, &list, opts...); err != nil {
+	// Only names and conditions are read: a deep copy of every CSR of the cluster on each
+	// policy event would be the operator's largest allocation.
+	if err := r.List(ctx, &list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
 		log.FromContext(ctx).Error(err, "listing pending csrs")
 		return nil
 	}

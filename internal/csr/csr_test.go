@@ -394,6 +394,10 @@ func TestInspect(t *testing.T) {
 			if got.NodeName != tc.wantNode {
 				t.Errorf("NodeName = %q, want %q", got.NodeName, tc.wantNode)
 			}
+			// The cheap reading agrees with Inspect wherever the request verifies.
+			if n := csr.NodeName(c); got.Request != nil && n != got.NodeName {
+				t.Errorf("csr.NodeName = %q, Inspect's NodeName = %q", n, got.NodeName)
+			}
 			assertViolations(t, got.Violations, tc.want)
 			if (got.Request == nil) != strings.Contains(strings.Join(got.Violations, "\n"), "request must be one pem") {
 				t.Errorf("Request is nil = %v, but violations are %q", got.Request == nil, got.Violations)
@@ -498,6 +502,54 @@ func TestCorruptedSignatureStillParses(t *testing.T) {
 		if !errors.Is(err, csr.ErrSignature) {
 			t.Errorf("%s: Parse(corrupted) = %v, want ErrSignature", k, err)
 		}
+	}
+}
+
+// NodeName reads what a CSR claims without verifying it: the requester's name for a
+// renewal or serving CSR, the subject's for a first bootstrap, even under a broken
+// signature, and nothing when there is no single well-formed node CN to read.
+func TestNodeName(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		csr  build
+		want string
+	}{
+		"a first bootstrap: the subject's node": {csr: client(nodeSubject(testcsr.ECDSAP256)), want: "worker-1"},
+		"a first bootstrap whose signature does not verify: still the claimed node": {
+			csr: rawRequest(corrupt), want: "worker-1",
+		},
+		"a renewal: the requester, whatever the subject says": {
+			csr:  renewalAs("system:node:worker-2", nodeGroups, nodeSubject(testcsr.ECDSAP256)),
+			want: "worker-2",
+		},
+		"a serving csr: the requester": {csr: serving(servingSubject(testcsr.Ed25519)), want: "worker-1"},
+		"a first bootstrap with two common names: none": {
+			csr: client(with(nodeSubject(testcsr.ECDSAP256), func(o *testcsr.Options) {
+				cn := asn1.ObjectIdentifier{2, 5, 4, 3}
+				o.ExtraSubject = []pkixATV{{Type: cn, Value: "system:node:worker-1"}, {Type: cn, Value: "system:node:worker-9"}}
+			})),
+		},
+		"a first bootstrap for an invalid node name: none": {
+			csr: client(with(nodeSubject(testcsr.ECDSAP256), func(o *testcsr.Options) { o.CommonName = "system:node:Worker_1" })),
+		},
+		"two pem blocks: none": {
+			csr: rawRequest(func(_ *testing.T, valid []byte) []byte { return append(append([]byte{}, valid...), valid...) }),
+		},
+		"garbage: none": {csr: rawRequest(func(*testing.T, []byte) []byte { return []byte("not a csr") })},
+		"a plain user on the client signer: none": {
+			csr: clientAs("alice", nil, clientUsages, nodeSubject(testcsr.ECDSAP256)),
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if got := csr.NodeName(tc.csr(t)); got != tc.want {
+				t.Errorf("NodeName() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if got := csr.NodeName(nil); got != "" {
+		t.Errorf("NodeName(nil) = %q", got)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"fmt"
 	"slices"
@@ -116,9 +117,25 @@ func checkSubject(req *x509.CertificateRequest, v []string, in *Inspection) []st
 	if len(subj.Organization) != 1 || subj.Organization[0] != NodesGroup {
 		v = append(v, "subject organization must be exactly ["+NodesGroup+"] (got "+gotValues(subj.Organization)+")")
 	}
-	// Go's parser keeps only the last CN in CommonName; count the raw attributes so a
-	// second CN (or anything else the signer might copy) cannot slip through.
-	cns, extra := 0, false
+	name, cns, extra := subjectNode(subj)
+	if cns > 1 || extra {
+		v = append(v, violationSubjectShape)
+	}
+	if name == "" {
+		return append(v, "subject common name must be "+NodeUserPrefix+"<name> with <name> a lowercase dns-1123 subdomain (got "+gotValues([]string{subj.CommonName})+")")
+	}
+	if cns == 1 {
+		in.SubjectNodeName = name
+	}
+	return v
+}
+
+// subjectNode reads a subject's node: <name> of its CN system:node:<name> when <name>
+// is a lowercase DNS-1123 subdomain (else ""), how many CN attributes it holds, and
+// whether it holds anything but CN and O. Go's parser keeps only the last CN in
+// CommonName, so the raw attributes are counted: a second CN (or anything else the
+// signer might copy) cannot slip through.
+func subjectNode(subj pkix.Name) (name string, cns int, extra bool) {
 	for _, atv := range subj.Names {
 		switch {
 		case atv.Type.Equal(oidCommonName):
@@ -128,17 +145,35 @@ func checkSubject(req *x509.CertificateRequest, v []string, in *Inspection) []st
 			extra = true
 		}
 	}
-	if cns > 1 || extra {
-		v = append(v, violationSubjectShape)
-	}
 	name, found := strings.CutPrefix(subj.CommonName, NodeUserPrefix)
 	if !found || !IsDNS1123Subdomain(name) {
-		return append(v, "subject common name must be "+NodeUserPrefix+"<name> with <name> a lowercase dns-1123 subdomain (got "+gotValues([]string{subj.CommonName})+")")
+		return "", cns, extra
 	}
-	if cns == 1 {
-		in.SubjectNodeName = name
+	return name, cns, extra
+}
+
+// NodeName is the node a kubelet CSR is for, as Inspect's NodeName reads it, but
+// without verifying the request's signature or applying any rule: cheap enough for a
+// cache index, which sees every update of every CSR. For a first-bootstrap request it
+// is only what the unverified subject claims, so it may pick which CSRs to look at,
+// never decide one.
+func NodeName(c *certificatesv1.CertificateSigningRequest) string {
+	kind, ok := Classify(c)
+	if !ok {
+		return ""
 	}
-	return v
+	if kind != KindClient {
+		name, _ := NodeNameFromUsername(c.Spec.Username)
+		return name
+	}
+	req, err := parseUnverified(c.Spec.Request)
+	if err != nil {
+		return ""
+	}
+	if name, cns, _ := subjectNode(req.Subject); cns == 1 {
+		return name
+	}
+	return ""
 }
 
 // checkPublicKey applies rule 7.

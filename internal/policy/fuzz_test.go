@@ -91,6 +91,9 @@ func FuzzDecide(f *testing.F) {
 
 		d := policy.Decide(policy.Inputs{CSR: c, Node: n, OlderPendingForNode: int(older), Policies: ps, ForbiddenIPs: forbidden})
 
+		if insp.Request != nil && csr.NodeName(c) != insp.NodeName {
+			t.Fatalf("csr.NodeName = %q, Inspect's NodeName = %q", csr.NodeName(c), insp.NodeName)
+		}
 		if d.Outcome == policy.Approve && len(insp.Violations) > 0 {
 			t.Fatalf("approved a csr with hard violations %q", insp.Violations)
 		}

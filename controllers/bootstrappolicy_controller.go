@@ -142,7 +142,7 @@ func (r *BootstrapPolicyReconciler) reconcileTokens(ctx context.Context, p *v1al
 		return nil, 0, err
 	}
 	status.Tokens = tokenStatuses(plan.Live)
-	tokenMetrics(p.Name, plan, r.Clock.Now())
+	tokenMetrics(p, plan)
 	msg := fmt.Sprintf("current token %s expires at %s", plan.Current.ID, plan.Current.Expires.UTC().Format(time.RFC3339))
 	setCondition(status, p, v1alpha1.ConditionTokensReady, metav1.ConditionTrue, ReasonReconciled, msg)
 	return current, plan.RequeueAfter, nil

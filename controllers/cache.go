@@ -68,6 +68,7 @@ func TrimCSR(o any) (any, error) {
 type csrCollector struct {
 	reader  client.Reader
 	pending *prometheus.Desc
+	oldest  *prometheus.Desc
 	expiry  *prometheus.Desc
 
 	mu     sync.Mutex
@@ -82,6 +83,8 @@ func newCSRCollector(c client.Reader) *csrCollector {
 	return &csrCollector{
 		reader:  c,
 		pending: prometheus.NewDesc(MetricPendingCSRs, "Pending kubelet CSRs by kind.", []string{"kind"}, nil),
+		oldest: prometheus.NewDesc(MetricOldestPendingCSR,
+			"Unix time at which the oldest pending kubelet CSR of a kind was created; absent when none is pending.", []string{"kind"}, nil),
 		expiry: prometheus.NewDesc(MetricCertExpiry,
 			"Unix time at which a node's newest certificate issued by a kubelet signer expires.", []string{"node", "kind"}, nil),
 		parsed: map[types.UID]issued{},
@@ -100,6 +103,7 @@ func registerCollector(col prometheus.Collector) error {
 // Describe implements prometheus.Collector.
 func (c *csrCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.pending
+	ch <- c.oldest
 	ch <- c.expiry
 }
 
@@ -112,6 +116,7 @@ func (c *csrCollector) Collect(ch chan<- prometheus.Metric) {
 		return // the cache is not started yet; the next scrape will have it
 	}
 	pending := map[csr.Kind]int{csr.KindClient: 0, csr.KindRenewal: 0, csr.KindServing: 0}
+	oldest := map[csr.Kind]time.Time{}
 	type key struct{ node, kind string }
 	newest := map[key]time.Time{}
 	seen := map[types.UID]bool{}
@@ -124,6 +129,9 @@ func (c *csrCollector) Collect(ch chan<- prometheus.Metric) {
 		if !csr.Decided(o) {
 			if kind, ok := csr.Classify(o); ok {
 				pending[kind]++
+				if t, seen := oldest[kind]; !seen || o.CreationTimestamp.Time.Before(t) {
+					oldest[kind] = o.CreationTimestamp.Time
+				}
 			}
 			continue
 		}
@@ -152,6 +160,9 @@ func (c *csrCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Unlock()
 	for kind, n := range pending {
 		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(n), string(kind))
+	}
+	for kind, t := range oldest {
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, float64(t.Unix()), string(kind))
 	}
 	for k, t := range newest {
 		ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, float64(t.Unix()), k.node, k.kind)

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/tlsbootstrap/tls-bootstrap-operator/api/v1alpha1"
 	"github.com/tlsbootstrap/tls-bootstrap-operator/internal/token"
 )
 
@@ -14,11 +15,13 @@ import (
 const (
 	MetricTokenExpiry          = "tls_bootstrap_token_expiry_seconds"
 	MetricTokenExpiryTimestamp = "tls_bootstrap_token_expiration_timestamp_seconds"
+	MetricTokenRotateBefore    = "tls_bootstrap_token_rotate_before_seconds"
 	MetricTokens               = "tls_bootstrap_tokens"
 	MetricReconcileErrors      = "tls_bootstrap_policy_reconcile_errors_total"
 	MetricDecisions            = "tls_bootstrap_csr_decisions_total"
 	MetricDecisionLatency      = "tls_bootstrap_csr_decision_latency_seconds"
 	MetricPendingCSRs          = "tls_bootstrap_csr_pending"
+	MetricOldestPendingCSR     = "tls_bootstrap_csr_oldest_pending_timestamp_seconds"
 	MetricCertExpiry           = "tls_bootstrap_node_certificate_expiration_timestamp_seconds"
 )
 
@@ -34,6 +37,12 @@ var (
 	tokenExpiryTimestamp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: MetricTokenExpiryTimestamp,
 		Help: "Unix time at which the current bootstrap token of a BootstrapPolicy expires.",
+	}, []string{"policy"})
+	// The current token is rotated once it has rotateBefore left, so a current token with
+	// less than that left means rotation is stuck; alerts compare the two.
+	tokenRotateBefore = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: MetricTokenRotateBefore,
+		Help: "A BootstrapPolicy's effective spec.token.rotateBefore in seconds: its current token is replaced when it has this long left.",
 	}, []string{"policy"})
 	csrDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: MetricDecisions,
@@ -52,13 +61,15 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(policyReconcileErrors, tokensPerPolicy, tokenExpiryTimestamp,
+	metrics.Registry.MustRegister(policyReconcileErrors, tokensPerPolicy, tokenExpiryTimestamp, tokenRotateBefore,
 		csrDecisions, csrDecisionLatency, tokenExpiry)
 }
 
 // tokenMetrics records a policy's tokens after a successful plan.
-func tokenMetrics(policy string, plan token.Plan, _ time.Time) {
+func tokenMetrics(p *v1alpha1.BootstrapPolicy, plan token.Plan) {
+	policy := p.Name
 	tokensPerPolicy.WithLabelValues(policy).Set(float64(len(plan.Live)))
+	tokenRotateBefore.WithLabelValues(policy).Set(p.Spec.Token.EffectiveRotateBefore().Seconds())
 	if plan.Current != nil {
 		tokenExpiryTimestamp.WithLabelValues(policy).Set(float64(plan.Current.Expires.Unix()))
 		tokenExpiry.set(policy, plan.Current.Expires)
@@ -69,6 +80,7 @@ func tokenMetrics(policy string, plan token.Plan, _ time.Time) {
 func forgetPolicyMetrics(policy string) {
 	tokensPerPolicy.DeleteLabelValues(policy)
 	tokenExpiryTimestamp.DeleteLabelValues(policy)
+	tokenRotateBefore.DeleteLabelValues(policy)
 	policyReconcileErrors.DeleteLabelValues(policy)
 	tokenExpiry.forget(policy)
 }

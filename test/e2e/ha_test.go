@@ -38,14 +38,7 @@ const (
 // These specs kill, restart and cut off real processes. The suite's own operator would
 // act beside the replicas started here, so it is stopped for them and started again after.
 var _ = Describe("Under failure", Ordered, func() {
-	BeforeAll(func(ctx SpecContext) {
-		Expect(operator.Stop()).To(Succeed())
-		DeferCleanup(func(ctx SpecContext) {
-			var err error
-			operator, err = cluster.StartOperator(ctx, localcluster.OperatorOptions{})
-			Expect(err).NotTo(HaveOccurred())
-		})
-	})
+	BeforeAll(pauseSuiteOperator)
 
 	It("approves every CSR of a 300-CSR burst exactly once when the leader is SIGKILLed mid-burst", func(ctx SpecContext) {
 		replicas := map[string]*localcluster.Operator{}

@@ -84,6 +84,18 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 }, NodeTimeout(5*time.Minute))
 
+// pauseSuiteOperator stops the suite's operator for the specs of an Ordered container that
+// run operators of their own (one approver at a time), and starts it again after them.
+func pauseSuiteOperator() {
+	GinkgoHelper()
+	Expect(operator.Stop()).To(Succeed())
+	DeferCleanup(func(ctx SpecContext) {
+		var err error
+		operator, err = cluster.StartOperator(ctx, localcluster.OperatorOptions{})
+		Expect(err).NotTo(HaveOccurred())
+	})
+}
+
 // useKubeControllerManagerApprover turns kube-controller-manager's csrapproving on for the
 // specs of an Ordered container, and off again after them.
 func useKubeControllerManagerApprover() {

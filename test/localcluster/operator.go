@@ -31,12 +31,15 @@ type OperatorOptions struct {
 	// Env is appended to this process's environment for the manager, for example a GOMEMLIMIT
 	// the Deployment would set.
 	Env []string
+	// SecureMetrics serves metrics as the Deployment does: HTTPS, every scrape authenticated
+	// and authorized through the API server. Otherwise plain HTTP, which tests scrape freely.
+	SecureMetrics bool
 }
 
 // Operator is a running manager process.
 type Operator struct {
 	*Process
-	// MetricsURL is the plain-HTTP metrics endpoint (loopback only).
+	// MetricsURL is the metrics endpoint (loopback only): https:// with SecureMetrics.
 	MetricsURL string
 }
 
@@ -71,10 +74,14 @@ func (c *Cluster) StartOperator(ctx context.Context, o OperatorOptions) (*Operat
 		return nil, err
 	}
 	metrics := net.JoinHostPort("127.0.0.1", strconv.Itoa(metricsPort))
+	scheme := "http"
+	if o.SecureMetrics {
+		scheme = "https"
+	}
 	args := append([]string{
 		"--kubeconfig=" + kubeconfig,
 		"--metrics-bind-address=" + metrics,
-		"--metrics-secure=false",
+		"--metrics-secure=" + strconv.FormatBool(o.SecureMetrics),
 		"--health-probe-bind-address=" + net.JoinHostPort("127.0.0.1", strconv.Itoa(probePort)),
 		"--leader-election-namespace=kube-system",
 	}, o.Args...)
@@ -87,7 +94,7 @@ func (c *Cluster) StartOperator(ctx context.Context, o OperatorOptions) (*Operat
 	if err != nil {
 		return nil, err
 	}
-	return &Operator{Process: p, MetricsURL: "http://" + metrics + "/metrics"}, nil
+	return &Operator{Process: p, MetricsURL: scheme + "://" + metrics + "/metrics"}, nil
 }
 
 func operatorBinary(bin string) (string, error) {
@@ -111,8 +118,9 @@ func operatorBinary(bin string) (string, error) {
 	return abs, nil
 }
 
-// grantOperatorRBAC applies the generated ClusterRole and the leader-election Role of
-// config/rbac, bound to OperatorUser. It is idempotent: replicas share it.
+// grantOperatorRBAC applies the generated ClusterRole, the metrics authentication role and
+// the leader-election Role of config/rbac, bound to OperatorUser. It is idempotent: replicas
+// share it.
 func (c *Cluster) grantOperatorRBAC(ctx context.Context) error {
 	root, err := repoRoot()
 	if err != nil {
@@ -124,21 +132,26 @@ func (c *Cluster) grantOperatorRBAC(ctx context.Context) error {
 	}
 	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: OperatorUser}}
 
-	role := &rbacv1.ClusterRole{}
-	if err := readYAML(filepath.Join(root, "config", "rbac", "role.yaml"), role); err != nil {
-		return err
-	}
-	role.Name = "tls-bootstrap-operator-manager-role"
-	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); ignoreExists(err) != nil {
-		return fmt.Errorf("creating operator cluster role: %w", err)
-	}
-	crb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   subject,
-	}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); ignoreExists(err) != nil {
-		return fmt.Errorf("binding operator cluster role: %w", err)
+	for file, name := range map[string]string{
+		"role.yaml":              "tls-bootstrap-operator-manager-role",
+		"metrics_auth_role.yaml": "tls-bootstrap-operator-metrics-auth-role",
+	} {
+		role := &rbacv1.ClusterRole{}
+		if err := readYAML(filepath.Join(root, "config", "rbac", file), role); err != nil {
+			return err
+		}
+		role.Name = name
+		if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); ignoreExists(err) != nil {
+			return fmt.Errorf("creating cluster role %s: %w", name, err)
+		}
+		crb := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+			Subjects:   subject,
+		}
+		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); ignoreExists(err) != nil {
+			return fmt.Errorf("binding cluster role %s: %w", name, err)
+		}
 	}
 
 	le := &rbacv1.Role{}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,6 +56,8 @@ type bench struct {
 	cs       kubernetes.Interface
 	cl       client.Client
 	operator *localcluster.Operator
+	// operatorArgs are the flags the running operator got beyond the defaults.
+	operatorArgs []string
 	// kcmApproving says kube-controller-manager runs csrapproving now.
 	kcmApproving bool
 	// tokens are clients authenticated by bootstrap tokens, as kubelets before their first
@@ -187,16 +190,19 @@ func (b *bench) createToken(ctx context.Context, group, description string) (str
 }
 
 // startOperator starts the manager at its default flags (only the harness's kubeconfig, ports
-// and leader-election namespace are set) unless it already runs.
-func (b *bench) startOperator(ctx context.Context) error {
-	if b.operator != nil && b.operator.Running() {
+// and leader-election namespace are set) plus args, unless it already runs with those args.
+func (b *bench) startOperator(ctx context.Context, args ...string) error {
+	if b.operator != nil && b.operator.Running() && slices.Equal(b.operatorArgs, args) {
 		return nil
 	}
-	op, err := b.cluster.StartOperator(ctx, localcluster.OperatorOptions{Binary: b.cfg.operatorBin, Env: b.cfg.operatorEnv})
+	if err := b.stopOperator(); err != nil {
+		return err
+	}
+	op, err := b.cluster.StartOperator(ctx, localcluster.OperatorOptions{Binary: b.cfg.operatorBin, Env: b.cfg.operatorEnv, Args: args})
 	if err != nil {
 		return fmt.Errorf("start the operator: %w", err)
 	}
-	b.operator = op
+	b.operator, b.operatorArgs = op, args
 	return nil
 }
 

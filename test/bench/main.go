@@ -12,7 +12,9 @@
 // (creationTimestamp has only second precision); throughput is the burst's size over the time
 // from the first Create sent to the last approval seen. Exactly one approver acts per burst: the
 // operator is stopped for b, c and d, and kube-controller-manager runs csrapproving only for b
-// and c. Its csrsigning runs throughout, so approved CSRs are signed as in a real cluster. Each
+// and c; aq is the operator again with --approval-events=false, to show what the Event it
+// records per approval costs. The operator runs with the environment its Deployment sets
+// (GOMEMLIMIT from config/manager/manager.yaml) unless -deployment-env=false. Its csrsigning runs throughout, so approved CSRs are signed as in a real cluster. Each
 // approver first approves one warm-up CSR, so that a burst measures approving, not starting.
 //
 // Run it with `make bench` (BENCH_ARGS="-scenarios a,d -n 200" for a quick subset; the memory
@@ -26,24 +28,29 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // Scenario names accepted by -scenarios, in the order they run.
 const (
-	scenarioOperator   = "a"
-	scenarioKCMDefault = "b"
-	scenarioKCMEqual   = "c"
-	scenarioRaw        = "d"
-	scenarioServing    = "serving"
-	scenarioMem        = "mem"
-	scenarioScale      = "scale"
+	scenarioOperator      = "a"
+	scenarioOperatorQuiet = "aq"
+	scenarioKCMDefault    = "b"
+	scenarioKCMEqual      = "c"
+	scenarioRaw           = "d"
+	scenarioServing       = "serving"
+	scenarioMem           = "mem"
+	scenarioScale         = "scale"
 )
 
-var allScenarios = []string{scenarioOperator, scenarioKCMDefault, scenarioKCMEqual, scenarioRaw,
+var allScenarios = []string{scenarioOperator, scenarioOperatorQuiet, scenarioKCMDefault, scenarioKCMEqual, scenarioRaw,
 	scenarioServing, scenarioMem, scenarioScale}
 
 // config is everything the flags set.
@@ -73,7 +80,8 @@ func parseFlags(args []string) (config, error) {
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","),
 		"comma-separated subset of "+strings.Join(allScenarios, ","))
 	fs.StringVar(&c.operatorBin, "operator", "bin/manager", "the manager binary")
-	operatorEnv := fs.String("operator-env", "", "comma-separated KEY=VALUE environment of the manager, e.g. GOMEMLIMIT=80MiB (flags stay at their defaults)")
+	deploymentEnv := fs.Bool("deployment-env", true, "run the manager with the environment config/manager/manager.yaml gives it (GOMEMLIMIT), as the Deployment does")
+	operatorEnv := fs.String("operator-env", "", "comma-separated KEY=VALUE environment of the manager, after the Deployment's, e.g. GOMEMLIMIT=80MiB (flags stay at their defaults)")
 	fs.IntVar(&c.n, "n", 1000, "kubelet client CSRs per burst (scenarios a, c, d)")
 	fs.IntVar(&c.kcmN, "kcm-n", 300, "CSRs in the burst for kube-controller-manager at its defaults (scenario b), which approves about 10/s")
 	fs.IntVar(&c.servingN, "serving-n", 500, "nodes and serving CSRs (scenario serving)")
@@ -107,6 +115,13 @@ func parseFlags(args []string) (config, error) {
 		if !slices.Contains(c.scenarios, s) {
 			c.scenarios = append(c.scenarios, s)
 		}
+	}
+	if *deploymentEnv {
+		env, err := deploymentEnvOf(filepath.Join("config", "manager", "manager.yaml"))
+		if err != nil {
+			return c, err
+		}
+		c.operatorEnv = env
 	}
 	for kv := range strings.SplitSeq(*operatorEnv, ",") {
 		if kv = strings.TrimSpace(kv); kv == "" {
@@ -187,4 +202,40 @@ func run(ctx context.Context, cfg config) (*results, error) {
 
 func step(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s ==> %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// deploymentEnvOf reads the environment the Deployment in path gives the manager
+// container, as KEY=VALUE (only literal values: a valueFrom needs a cluster).
+func deploymentEnvOf(path string) ([]string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(filepath.Join(root, path))
+	if err != nil {
+		return nil, fmt.Errorf("read the Deployment: %w", err)
+	}
+	// manager.yaml holds the Namespace and the Deployment.
+	for doc := range strings.SplitSeq(string(raw), "\n---\n") {
+		var d appsv1.Deployment
+		if err := yaml.Unmarshal([]byte(doc), &d); err != nil {
+			return nil, fmt.Errorf("parse %s: %w", path, err)
+		}
+		if d.Kind != "Deployment" {
+			continue
+		}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name != "manager" {
+				continue
+			}
+			var env []string
+			for _, e := range c.Env {
+				if e.ValueFrom == nil {
+					env = append(env, e.Name+"="+e.Value)
+				}
+			}
+			return env, nil
+		}
+	}
+	return nil, fmt.Errorf("%s has no Deployment with a manager container", path)
 }

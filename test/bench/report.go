@@ -20,8 +20,12 @@ const (
 // printReport prints the bursts, the memory and scale figures, and the targets with met / not
 // met. A figure whose scenario did not run (or failed) shows as n/a.
 func printReport(w io.Writer, cfg config, res *results, total time.Duration) {
-	fmt.Fprintf(w, "\nbench: scenarios %s, n=%d, kcm-n=%d, serving-n=%d, total %s\n\n",
-		strings.Join(cfg.scenarios, ","), cfg.n, cfg.kcmN, cfg.servingN, total.Round(time.Second))
+	env := strings.Join(cfg.operatorEnv, " ")
+	if env == "" {
+		env = "none"
+	}
+	fmt.Fprintf(w, "\nbench: scenarios %s, n=%d, kcm-n=%d, serving-n=%d, operator env %s, total %s\n\n",
+		strings.Join(cfg.scenarios, ","), cfg.n, cfg.kcmN, cfg.servingN, env, total.Round(time.Second))
 
 	raw := res.row(scenarioRaw)
 	rawOK := raw != nil && raw.err == nil && raw.res.throughput() > 0

@@ -30,6 +30,8 @@ type approver int
 
 const (
 	approverOperator approver = iota
+	// approverOperatorQuiet is the operator with --approval-events=false.
+	approverOperatorQuiet
 	approverKCMDefault
 	approverKCMEqual
 	approverRaw
@@ -78,6 +80,8 @@ func (b *bench) runScenario(ctx context.Context, s string, res *results) {
 	switch s {
 	case scenarioOperator:
 		b.clientBurst(ctx, res, s, "operator, default flags", approverOperator, b.cfg.n)
+	case scenarioOperatorQuiet:
+		b.clientBurst(ctx, res, s, "operator, "+quietFlag+" (no Event per approval)", approverOperatorQuiet, b.cfg.n)
 	case scenarioKCMDefault:
 		b.clientBurst(ctx, res, s, "kube-controller-manager csrapproving, defaults", approverKCMDefault, b.cfg.kcmN)
 	case scenarioKCMEqual:
@@ -95,10 +99,13 @@ func (b *bench) runScenario(ctx context.Context, s string, res *results) {
 	}
 }
 
+// quietFlag turns off the Event the operator records for each approval.
+const quietFlag = "--approval-events=false"
+
 // use makes a the only approver: the operator stopped unless it is a, csrapproving off unless
 // it is a. The raw loop is started here and stopped by the returned func.
 func (b *bench) use(ctx context.Context, a approver) (stopRaw func() error, err error) {
-	if a != approverOperator {
+	if a != approverOperator && a != approverOperatorQuiet {
 		if err := b.stopOperator(); err != nil {
 			return nil, err
 		}
@@ -120,8 +127,12 @@ func (b *bench) use(ctx context.Context, a approver) (stopRaw func() error, err 
 	}
 	b.kcmApproving = a == approverKCMDefault || a == approverKCMEqual
 	switch a {
-	case approverOperator:
-		if err := b.startOperator(ctx); err != nil {
+	case approverOperator, approverOperatorQuiet:
+		var args []string
+		if a == approverOperatorQuiet {
+			args = []string{quietFlag}
+		}
+		if err := b.startOperator(ctx, args...); err != nil {
 			return nil, err
 		}
 		return nil, b.waitBenchPolicy(ctx)

@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,6 +171,17 @@ var _ = Describe("The installer", Ordered, func() {
 		Expect(c.SecurityContext.Capabilities).To(HaveValue(HaveField("Drop", ConsistOf(corev1.Capability("ALL")))))
 		Expect(c.Resources.Requests).To(HaveKey(corev1.ResourceCPU))
 		Expect(c.Resources.Requests).To(HaveKey(corev1.ResourceMemory))
+
+		By("a soft memory target for the Go runtime, under the container's hard limit")
+		var goMemLimit string
+		for _, e := range c.Env {
+			if e.Name == "GOMEMLIMIT" {
+				goMemLimit = e.Value
+			}
+		}
+		mib, err := strconv.Atoi(strings.TrimSuffix(goMemLimit, "MiB"))
+		Expect(err).NotTo(HaveOccurred(), "GOMEMLIMIT %q in MiB", goMemLimit)
+		Expect(c.Resources.Limits.Memory().Value()).To(BeNumerically(">", int64(mib)<<20))
 
 		By("a pod of its template is admitted by Pod Security's restricted level, which the namespace enforces")
 		p := &corev1.Pod{

@@ -91,6 +91,14 @@ func (r *BootstrapPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 	summarize(p, status, err)
 	if serr := r.writeStatus(ctx, p, status); serr != nil {
+		if apierrors.IsConflict(serr) && err == nil {
+			// The policy changed since the cache gave it to us, most often by our own
+			// status write of a moment ago that the cache has not seen yet (the Secrets and
+			// RBAC that write created bring us straight back). Status computed from a stale
+			// copy would be written again with new transition times: look again instead.
+			log.FromContext(ctx).V(1).Info("policy changed since it was read, looking again")
+			return ctrl.Result{RequeueAfter: staleRetry}, nil
+		}
 		return ctrl.Result{}, errors.Join(err, serr)
 	}
 	if errors.Is(err, errInvalidSpec) {
@@ -100,6 +108,10 @@ func (r *BootstrapPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 }
 
 var errInvalidSpec = errors.New("invalid spec")
+
+// staleRetry is how soon a policy whose status write met a newer version is looked at
+// again: the cache is usually milliseconds behind.
+const staleRetry = 100 * time.Millisecond
 
 // reconcileSpec runs the three steps; every step reports into status, and a failing
 // step does not stop the others (RBAC does not wait for a CA).
@@ -230,14 +242,16 @@ func tokenStatuses(live []token.Token) []v1alpha1.TokenStatus {
 }
 
 // writeStatus patches status only when it changed, so a steady policy's
-// resourceVersion stays put and GitOps tools see no churn.
+// resourceVersion stays put and GitOps tools see no churn. The patch carries the
+// resourceVersion it was computed from, so status computed from a stale copy is refused
+// (a Conflict) rather than written.
 func (r *BootstrapPolicyReconciler) writeStatus(ctx context.Context, p *v1alpha1.BootstrapPolicy, status *v1alpha1.BootstrapPolicyStatus) error {
 	if equality.Semantic.DeepEqual(&p.Status, status) {
 		return nil
 	}
 	orig := p.DeepCopy()
 	p.Status = *status
-	if err := r.Status().Patch(ctx, p, client.MergeFrom(orig)); err != nil {
+	if err := r.Status().Patch(ctx, p, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("writing status: %w", err)
 	}
 	return nil

@@ -13,12 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
-	clocktesting "k8s.io/utils/clock/testing"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tlsbootstrap/tls-bootstrap-operator/api/v1alpha1"
@@ -138,28 +133,14 @@ func TestArgoCDConfigMapEmbedsHealthLua(t *testing.T) {
 // stored before the CEL rules existed can still carry one, and then the reconciler's
 // own Stalled status must read as Degraded in Argo CD.
 func TestArgoCDHealthOfAStalledPolicy(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	p := &v1alpha1.BootstrapPolicy{
+	got, _ := reconcileOnFake(t, &v1alpha1.BootstrapPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "stalled", Generation: 2},
 		Spec: v1alpha1.BootstrapPolicySpec{
 			Groups:   []string{"system:bootstrappers:stalled"},
 			Token:    v1alpha1.TokenSpec{TTL: metav1.Duration{Duration: time.Hour}},
 			Approval: v1alpha1.ApprovalSpec{NodeNamePattern: "^worker-["},
 		},
-	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(p).WithStatusSubresource(p).Build()
-	r := &BootstrapPolicyReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10),
-		Clock: clocktesting.NewFakeClock(time.Now())}
-	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "stalled"}}); err != nil {
-		t.Fatal(err)
-	}
-	got := &v1alpha1.BootstrapPolicy{}
-	if err := c.Get(context.Background(), types.NamespacedName{Name: "stalled"}, got); err != nil {
-		t.Fatal(err)
-	}
+	})
 
 	status, msg, err := ArgoCDHealth(got)
 	if err != nil {

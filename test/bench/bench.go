@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -66,7 +65,7 @@ type bench struct {
 }
 
 func newBench(ctx context.Context, cfg config, out io.Writer) (*bench, error) {
-	root, err := repoRoot()
+	root, err := localcluster.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -294,24 +293,5 @@ func waitUntil(ctx context.Context, timeout time.Duration, what string, cond fun
 			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		case <-tick.C:
 		}
-	}
-}
-
-// repoRoot walks up from the working directory to go.mod: `make bench` runs in the repo root,
-// `go run` from elsewhere in the tree works too.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("get working dir: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod found above the working dir")
-		}
-		dir = parent
 	}
 }

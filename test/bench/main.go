@@ -36,6 +36,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tlsbootstrap/tls-bootstrap-operator/test/localcluster"
 )
 
 // Scenario names accepted by -scenarios, in the order they run.
@@ -207,7 +209,7 @@ func step(format string, args ...any) {
 // deploymentEnvOf reads the environment the Deployment in path gives the manager
 // container, as KEY=VALUE (only literal values: a valueFrom needs a cluster).
 func deploymentEnvOf(path string) ([]string, error) {
-	root, err := repoRoot()
+	root, err := localcluster.RepoRoot()
 	if err != nil {
 		return nil, err
 	}

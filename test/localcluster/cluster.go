@@ -454,7 +454,7 @@ func (c *Cluster) binary(name string) (string, error) {
 		return name, nil
 	}
 	candidates := []string{filepath.Join(c.BinDir, name)}
-	if root, err := repoRoot(); err == nil {
+	if root, err := RepoRoot(); err == nil {
 		candidates = append(candidates, filepath.Join(root, "bin", "k8s", name))
 	}
 	for _, p := range candidates {
@@ -475,15 +475,15 @@ func resolveBinDir(dir string) (string, error) {
 	if assets := os.Getenv("KUBEBUILDER_ASSETS"); assets != "" {
 		return assets, nil
 	}
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
 	return filepath.Join(root, "bin", "k8s"), nil
 }
 
-// repoRoot walks up from the working directory (a package dir under `go test`) to go.mod.
-func repoRoot() (string, error) {
+// RepoRoot walks up from the working directory (a package dir under `go test`) to go.mod.
+func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("get working dir: %w", err)

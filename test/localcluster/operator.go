@@ -102,7 +102,7 @@ func operatorBinary(bin string) (string, error) {
 		bin = os.Getenv("OPERATOR_BIN")
 	}
 	if bin == "" {
-		root, err := repoRoot()
+		root, err := RepoRoot()
 		if err != nil {
 			return "", err
 		}
@@ -122,7 +122,7 @@ func operatorBinary(bin string) (string, error) {
 // the leader-election Role of config/rbac, bound to OperatorUser. It is idempotent: replicas
 // share it.
 func (c *Cluster) grantOperatorRBAC(ctx context.Context) error {
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		return err
 	}

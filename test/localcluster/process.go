@@ -65,8 +65,8 @@ func (p *Process) Running() bool {
 }
 
 // Stop sends SIGTERM to the process group, then SIGKILL when it has not exited within
-// StopTimeout, and waits for the exit. Stopping an exited process is a no-op, so Stop is safe to
-// call any number of times.
+// StopTimeout, and waits until nothing of the group runs. Stopping an exited process is a
+// no-op, so Stop is safe to call any number of times.
 func (p *Process) Stop() error {
 	p.stopMu.Lock()
 	defer p.stopMu.Unlock()
@@ -82,6 +82,7 @@ func (p *Process) Stop() error {
 	}
 	select {
 	case <-p.exited:
+		p.awaitGroup()
 		return nil
 	case <-time.After(timeout):
 	}
@@ -89,10 +90,12 @@ func (p *Process) Stop() error {
 		return err
 	}
 	<-p.exited
+	p.awaitGroup()
 	return fmt.Errorf("%s did not exit within %s of SIGTERM and was killed", p.Name, timeout)
 }
 
-// Kill sends SIGKILL to the process group and waits for the exit, as a crash would end it.
+// Kill sends SIGKILL to the process group and waits until nothing of it runs, as a crash
+// would end it.
 func (p *Process) Kill() error {
 	p.stopMu.Lock()
 	defer p.stopMu.Unlock()
@@ -103,7 +106,34 @@ func (p *Process) Kill() error {
 		return err
 	}
 	<-p.exited
+	p.awaitGroup()
 	return nil
+}
+
+// groupGrace is how long Stop and Kill wait for what the process spawned to follow it out
+// before they SIGKILL the stragglers, and again after that before they give up.
+const groupGrace = 5 * time.Second
+
+// awaitGroup returns once nothing of the process group runs any more. The group was
+// signalled with its leader, but each child dies on its own schedule, and none may outlive
+// Stop. The kernel has no event for a group emptying, so this polls.
+func (p *Process) awaitGroup() {
+	pgid := p.cmd.Process.Pid
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	grace := time.After(groupGrace)
+	killed := false
+	for groupAlive(pgid) {
+		select {
+		case <-grace:
+			if killed {
+				return // unkillable (uninterruptible sleep): nothing more to do
+			}
+			_ = p.signal(syscall.SIGKILL)
+			killed, grace = true, time.After(groupGrace)
+		case <-tick.C:
+		}
+	}
 }
 
 // signal signals the whole process group: the process was started with Setpgid, so its pgid is
